@@ -59,6 +59,9 @@ from ._scaling import (
     scaling_hooks,
     validate_scales,
 )
+from ._claims import assess_claims
+from ._report import HiddenStateScalingRun, run_hidden_state_scaling, run_manifest, write_outputs
+from ._plots import logit_scatter, sweep_figure, topk_figure, write_figures
 from ._tokens import Example, encode, tokenizer_of
 
 CHALLENGE_PROMPT = "I have no special talents. I am only passionately"

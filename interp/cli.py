@@ -176,10 +176,31 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+_NEGATIVE_OK = ("--scale", "--layers", "--factor")
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """Let ``--scale -1=0.6`` and ``--layers -3--1`` through: argparse would take a value that
+    starts with '-' for an option, so glue it to its flag (``--scale=-1=0.6``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in _NEGATIVE_OK and nxt and nxt.startswith("-") and nxt[1:2].isdigit():
+            out.append(f"{arg}={nxt}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(_join_negative_values(argv))
         handler = {"scale": _cmd_scale, "sweep": _cmd_sweep, "models": _cmd_models}[args.command]
         return handler(args)
     except (_UsageError, InterpError) as err:
