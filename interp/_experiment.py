@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ._errors import BadFactorError, InterpError
 from ._metrics import DistributionSummary, compare_logits, summarize
 from ._models import model_info
 from ._scaling import (
@@ -109,7 +110,10 @@ def compare_scaling(
     checked = validate_scales(scales, n_layers)
     for layer, factor in checked.items():
         if not isinstance(factor, float):
-            raise TypeError("compare_scaling takes scalar factors; use sweep_layers for batches")
+            raise BadFactorError(
+                f"compare_scaling takes one number per layer, got a vector for layer {layer}; "
+                "use interp.sweep or run_with_scaling for per-row factors"
+            )
     example = encode(model, prompt, target, prepend_bos)
     tokens = example.tokens(model_device(model))
     clean_logits = _forward(model, tokens)[0]  # "pure_logits": [pos, d_vocab]
@@ -301,9 +305,9 @@ def sweep_layers(
     n_layers = int(model.cfg.n_layers)
     factor = check_factor(factor)
     if not isinstance(factor, float):
-        raise TypeError("sweep_layers takes one scalar factor")
+        raise BadFactorError("sweep_layers takes one number as factor; use interp.sweep for several")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InterpError(f"batch_size must be at least 1, got {batch_size}; use e.g. 8")
     chosen = parse_layers(layers, n_layers)
     example = encode(model, prompt, target, prepend_bos)
     clean, _, rows = sweep_rows(

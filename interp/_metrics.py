@@ -78,7 +78,7 @@ def token_rank(logits: Float[Tensor, "d_vocab"], token_id: int) -> int:
 
 def entropy(logits: Float[Tensor, "d_vocab"]) -> float:
     lp = log_probs(logits)
-    return float(-(lp.exp() * lp).sum().item())
+    return float(-torch.special.xlogy(lp.exp(), lp.exp()).sum().item())  # 0·log 0 = 0
 
 
 def top_k(logits: Float[Tensor, "d_vocab"], tokenizer: Any, k: int = 10) -> list[TokenProb]:
@@ -104,7 +104,9 @@ def pearson_r(a: Float[Tensor, "d_vocab"], b: Float[Tensor, "d_vocab"]) -> float
 def kl_divergence(p_logits: Float[Tensor, "d_vocab"], q_logits: Float[Tensor, "d_vocab"]) -> float:
     """``KL(p || q)`` in nats, for distributions given as logits."""
     lp, lq = log_probs(p_logits), log_probs(q_logits)
-    return float((lp.exp() * (lp - lq)).sum().item())
+    p = lp.exp()
+    # Tokens with p = 0 (masked, -inf logit) contribute 0, not nan.
+    return float(torch.where(p > 0, p * (lp - lq), torch.zeros_like(p)).sum().item())
 
 
 def mean_logit_shift(clean: Float[Tensor, "d_vocab"], intervened: Float[Tensor, "d_vocab"]) -> float:

@@ -113,6 +113,9 @@ _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
     "half": torch.float16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+    "double": torch.float64,
 }
 
 
@@ -122,7 +125,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     key = str(dtype).lower().removeprefix("torch.")
     if key not in _DTYPES:
         raise ModelNotAvailableError(
-            f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16"
+            f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16, float64"
         )
     return _DTYPES[key]
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence, Union
@@ -67,7 +68,7 @@ def hook_name(layer: int, site: str = "resid_post") -> str:
 def normalize_layer(layer: Any, n_layers: int) -> int:
     """Return ``layer`` as an index in ``[0, n_layers)``; negative counts from the end."""
     if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-        if isinstance(layer, str) and layer.strip().lstrip("-").isdigit():
+        if isinstance(layer, str) and re.fullmatch(r"\s*-?\d+\s*", layer, re.ASCII):
             layer = int(layer)
         else:
             raise LayerOutOfRangeError(
@@ -139,9 +140,13 @@ def validate_scales(scales: Mapping[Any, Any], n_layers: int) -> dict[int, float
 
 
 def _lookup(scales: Mapping[Any, Any], layer: int, n_layers: int) -> Any:
+    """The live factor for ``layer``, whatever index form the key uses (2, -22, "2")."""
     if layer in scales:
         return scales[layer]
-    return scales.get(layer - n_layers)
+    for key, factor in list(scales.items()):
+        if key != layer and normalize_layer(key, n_layers) == layer:
+            return factor
+    return None
 
 
 # ----------------------------------------------------------------------------- hook functions

@@ -17,6 +17,7 @@ Multi-token targets are scored by teacher forcing: the model reads
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -110,8 +111,10 @@ def encode_target(tokenizer: Any, target: str | int | Sequence[int]) -> tuple[in
     """Tokenize a target continuation (no special tokens), or accept token id(s) as given."""
     if isinstance(target, bool):
         raise TargetError(f"target must be text or token ids, got {target!r}")
-    if isinstance(target, int):
-        ids: list[int] = [target]
+    if isinstance(target, torch.Tensor):
+        target = target.tolist()
+    if isinstance(target, numbers.Integral):
+        ids: list[int] = [int(target)]
     elif isinstance(target, str):
         if target == "":
             raise TargetError(
@@ -122,7 +125,12 @@ def encode_target(tokenizer: Any, target: str | int | Sequence[int]) -> tuple[in
         if not ids:
             raise TargetError(f"the target {target!r} tokenizes to nothing; pass visible text")
     else:
-        ids = [int(i) for i in target]
+        try:
+            ids = [int(i) for i in target]
+        except (TypeError, ValueError):
+            raise TargetError(
+                f"target {target!r} is neither text nor token ids; pass e.g. \" curious\" or [11040]"
+            ) from None
         if not ids:
             raise TargetError("the target id list is empty; pass at least one token id")
     vocab = len(tokenizer)
@@ -156,6 +164,12 @@ def encode(
     tokenizer = tokenizer_of(model)
     prompt_ids, bos_used = encode_prompt(tokenizer, prompt, prepend_bos)
     target_ids = encode_target(tokenizer, target)
+    d_vocab = int(model.cfg.d_vocab)
+    if max(target_ids) >= d_vocab:
+        raise TargetError(
+            f"target token id {max(target_ids)} is outside the model's vocabulary of {d_vocab}; "
+            "pass ids from this model's tokenizer"
+        )
     n_ctx = int(model.cfg.n_ctx)
     length = len(prompt_ids) + len(target_ids) - 1
     if length > n_ctx:
