@@ -151,9 +151,7 @@ def gpt2_medium_shape(gpt2_tokenizer) -> Models:
 @pytest.fixture(scope="session")
 def embedded():
     """The embedded SmolLM2-135M-Instruct (converted from its GGUF once, then cached)."""
-    try:
-        bridge = interp.load_model(interp.EMBEDDED_MODEL, device="cpu")
-    except interp.ModelNotAvailableError as err:
-        pytest.skip(f"embedded model not available: {err}")
+    # No skip: `make test` installs the embedded weights, so a failure here is a real one.
+    bridge = interp.load_model(interp.EMBEDDED_MODEL, device="cpu")
     _warm_up(bridge, bridge.tokenizer)
     return bridge

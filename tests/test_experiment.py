@@ -224,9 +224,8 @@ def test_compare_scaling_rejects_bad_scales(tiny_gpt2):
 
 
 def test_compare_scaling_per_row_factor_is_an_interp_error(tiny_gpt2):
-    """BUG (interp/_experiment.py, compare_scaling): a per-row vector is bad input here, but it
-    raises a bare TypeError, not an InterpError, so the CLI cannot print the one-line fix."""
-    with pytest.raises(interp.InterpError, match="sweep_layers"):
+    """A per-row vector is bad input for a single comparison: an InterpError naming the fix."""
+    with pytest.raises(interp.InterpError, match="per-row"):
         interp.compare_scaling(tiny_gpt2.bridge, PROMPT, " curious", {1: [0.5, 0.6]})
 
 

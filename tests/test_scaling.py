@@ -190,8 +190,7 @@ def test_normalize_layer():
 
 
 def test_malformed_numeric_layer_string_is_an_interp_error():
-    # BUG (interp/_scaling.py, normalize_layer): "--2".lstrip("-").isdigit() is True, then int("--2") raises ValueError, which is not
-    # an InterpError, so the CLI shows a traceback instead of the one-line fix.
+    # "--2" looks numeric to a naive check; it must be a one-line InterpError, not a ValueError.
     with pytest.raises(interp.LayerOutOfRangeError, match="use"):
         interp.validate_scales({"--2": 0.6}, 4)
 
@@ -202,8 +201,7 @@ def test_string_layer_keys_normalise_in_validate_scales():
 
 
 def test_string_layer_key_is_applied_by_the_hooks(tiny_gpt2):
-    """BUG (interp/_scaling.py, _lookup): validate_scales accepts {"2": 0.6}, but the hooks look layers up by int (``_lookup``),
-    so the factor is silently never applied: the run equals the clean run."""
+    """validate_scales accepts {"2": 0.6}; the hooks must apply it too, not silently skip it."""
     model = tiny_gpt2.bridge
     ids = prompt_ids(model)
     assert torch.equal(run(model, ids, {"2": 0.6}), run(model, ids, {2: 0.6}))
