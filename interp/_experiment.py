@@ -3,10 +3,9 @@
 :func:`compare_scaling` runs the prompt twice, clean (the challenge's ``pure_logits``) and
 with a scaling dict, and compares the two at the final prompt position.
 
-:func:`sweep_layers` scales one layer at a time by the same factor. Each intervention is a
-row of a batch with its own per-row factors (row ``i`` scales only its layer), so a sweep of
-24 layers is a few batched forward passes instead of 24; its numbers equal the
-one-at-a-time loop (a test checks this).
+:func:`sweep_layers` scales one layer at a time by the same factor. It runs on
+:func:`interp.sweep` (the fast engine when it can, batched hooks otherwise), whose numbers
+equal the one-at-a-time loop (tests check this).
 """
 
 from __future__ import annotations
@@ -160,6 +159,7 @@ class LayerSweep:
     n_layers: int
     clean: DistributionSummary
     rows: list[dict[str, Any]]  # one per layer, see sweep_layers
+    engine: str = "hooks"  # which path computed the rows: "fast" or "hooks"
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     def to_frame(self):
@@ -180,6 +180,7 @@ class LayerSweep:
             "n_layers": self.n_layers,
             "clean": self.clean.to_dict(),
             "rows": self.rows,
+            "engine": self.engine,
             "created": self.created,
         }
 
@@ -222,60 +223,6 @@ def parse_layers(spec: str | Iterable[int] | None, n_layers: int) -> list[int]:
     return list(dict.fromkeys(items))
 
 
-def sweep_rows(
-    model: Any,
-    example: Example,
-    interventions: Sequence[tuple[int, float]],
-    *,
-    site: str = "resid_post",
-    batch_size: int = 8,
-    k: int = 10,
-) -> tuple[DistributionSummary, Tensor, list[dict[str, Any]]]:
-    """Run each ``(layer, factor)`` intervention as one batch row; return metric rows.
-
-    Returns ``(clean_summary, clean_final_logits, rows)``.
-    """
-    n_layers = int(model.cfg.n_layers)
-    device = model_device(model)
-    tokens = example.tokens(device)
-    clean_logits = _forward(model, tokens)[0]
-    tok = tokenizer_of(model)
-    clean = summarize(clean_logits, example.target_ids, example.final_pos, tok, k)
-    clean_final = clean_logits[example.final_pos]
-    n_tgt = len(example.target_ids)
-    rows: list[dict[str, Any]] = []
-    live: dict[int, Tensor] = {}
-    with scaling_hooks(model, live, site):
-        for start in range(0, len(interventions), batch_size):
-            chunk = interventions[start : start + batch_size]
-            live.clear()
-            for row, (layer, factor) in enumerate(chunk):
-                vec = live.setdefault(layer, torch.ones(len(chunk)))
-                vec[row] = factor
-            batch = tokens.expand(len(chunk), -1)
-            logits = _forward(model, batch)
-            # Only the scored positions are needed.
-            scored = logits[:, example.final_pos : example.final_pos + n_tgt]
-            for row, (layer, factor) in enumerate(chunk):
-                summary = summarize(scored[row], example.target_ids, 0, tok, k)
-                rows.append(
-                    {
-                        "layer": layer,
-                        "factor": factor,
-                        "target_logprob": summary.target_logprob,
-                        "target_loss": summary.target_loss,
-                        "delta_loss": summary.target_loss - clean.target_loss,
-                        "target_rank": summary.target_rank,
-                        "entropy": summary.entropy,
-                        "top1_token": summary.topk[0].token,
-                        "top1_id": summary.topk[0].id,
-                        **compare_logits(clean_final, scored[row, 0]),
-                    }
-                )
-        live.clear()
-    return clean, clean_final.detach().float().cpu(), rows
-
-
 def sweep_layers(
     model: Any,
     prompt: str,
@@ -285,8 +232,10 @@ def sweep_layers(
     *,
     prepend_bos: bool | None = None,
     site: str = "resid_post",
-    batch_size: int = 8,
+    batch_size: int = 64,
     k: int = 10,
+    engine: str = "auto",
+    verbose: bool = True,
 ) -> LayerSweep:
     """Scale each layer in ``layers`` (default all) by ``factor``, one at a time.
 
@@ -295,13 +244,16 @@ def sweep_layers(
         prompt, target: as in :func:`compare_scaling`.
         factor: the scale applied to one layer per run (finite).
         layers: ``None``/``"all"``, a spec like ``"0-5,9"``, or an iterable of ints.
-        batch_size: interventions per forward pass.
+        batch_size: interventions per batched pass.
+        engine: ``"auto"`` | ``"fast"`` | ``"hooks"`` (see :func:`interp.sweep`).
 
     Returns:
         A :class:`LayerSweep`; ``rows[i]`` has ``layer, factor, target_logprob, target_loss,
         delta_loss, target_rank, entropy, top1_token, top1_id, pearson_r, mean_logit_shift,
         kl, logit_std_ratio``.
     """
+    from ._sweep import sweep
+
     n_layers = int(model.cfg.n_layers)
     factor = check_factor(factor)
     if not isinstance(factor, float):
@@ -310,9 +262,19 @@ def sweep_layers(
         raise InterpError(f"batch_size must be at least 1, got {batch_size}; use e.g. 8")
     chosen = parse_layers(layers, n_layers)
     example = encode(model, prompt, target, prepend_bos)
-    clean, _, rows = sweep_rows(
-        model, example, [(layer, factor) for layer in chosen], site=site, batch_size=batch_size, k=k
+    clean_logits = _forward(model, example.tokens(model_device(model)))[0]
+    clean = summarize(clean_logits, example.target_ids, example.final_pos, tokenizer_of(model), k)
+    frame = sweep(
+        model, prompt, target, chosen, [factor], site=site, prepend_bos=prepend_bos,
+        max_batch=batch_size, engine=engine, verbose=verbose,
     )
+    keep = ["layer", "factor", "target_logprob", "target_loss", "delta_loss", "target_rank",
+            "entropy", "top1_token", "top1_id", "pearson_r", "mean_logit_shift", "kl",
+            "logit_std_ratio"]
+    rows = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame[keep].to_dict("records")
+    ]
     return LayerSweep(
         model=model_info(model).name,
         prompt=example.prompt,
@@ -325,4 +287,5 @@ def sweep_layers(
         n_layers=n_layers,
         clean=clean,
         rows=rows,
+        engine=frame.attrs["engine"],
     )

@@ -93,7 +93,7 @@ def check_factor(factor: Any, layer: Any = None) -> float | Tensor:
         value = float(factor)
         if not math.isfinite(value):
             raise BadFactorError(
-                f"factor{where} is {value}; factors must be finite numbers such as 0.6"
+                f"factor{where} is {value}; use a finite number such as 0.6"
             )
         return value
     if isinstance(factor, Tensor) and factor.ndim == 0:
@@ -112,7 +112,7 @@ def check_factor(factor: Any, layer: Any = None) -> float | Tensor:
             )
         if not torch.isfinite(vec).all():
             raise BadFactorError(
-                f"per-row factor{where} contains non-finite values; factors must be finite"
+                f"per-row factor{where} contains non-finite values; use finite numbers only"
             )
         return vec
     raise BadFactorError(

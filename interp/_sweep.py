@@ -38,23 +38,22 @@ def parse_factors(spec: str | float | Iterable[float]) -> list[float]:
         text = spec.strip()
         fix = "use e.g. 0.6, 0.5,1,1.5 or 0:2:0.1 (start:stop:step)"
         try:
-            if ":" in text:
-                parts = [float(p) for p in text.split(":")]
-                if len(parts) != 3:
-                    raise ValueError
-                start, stop, step = parts
-                if not all(math.isfinite(v) for v in parts):
-                    raise BadFactorError(f"factor range {spec!r} is not finite; {fix}")
-                if step <= 0 or stop < start:
-                    raise BadFactorError(
-                        f"factor range {spec!r} is empty (need step > 0 and start <= stop); {fix}"
-                    )
-                n = int(math.floor((stop - start) / step + 1e-9)) + 1
-                values = [round(start + i * step, 12) for i in range(n)]
-            else:
-                values = [float(p) for p in text.split(",") if p.strip()]
+            parts = [float(p) for p in text.split(":")] if ":" in text else None
+            values = [float(p) for p in text.split(",") if p.strip()] if parts is None else []
         except ValueError:
             raise BadFactorError(f"factors {spec!r} are malformed; {fix}") from None
+        if parts is not None:
+            if len(parts) != 3:
+                raise BadFactorError(f"factors {spec!r} are malformed; {fix}")
+            start, stop, step = parts
+            if not all(math.isfinite(v) for v in parts):
+                raise BadFactorError(f"factor range {spec!r} is not finite; {fix}")
+            if step <= 0 or stop < start:
+                raise BadFactorError(
+                    f"factor range {spec!r} is empty (need step > 0 and start <= stop); {fix}"
+                )
+            n = int(math.floor((stop - start) / step + 1e-9)) + 1
+            values = [round(start + i * step, 12) for i in range(n)]
         if not values:
             raise BadFactorError(f"no factors in {spec!r}; {fix}")
         return list(dict.fromkeys(float(check_factor(v)) for v in values))
@@ -278,10 +277,16 @@ def sweep(
         for start in range(0, len(rows), max_batch):
             chunk = rows[start : start + max_batch]
             prompt_idx = torch.tensor([r.prompt for r in chunk], device=device)
-            if path == "fast":
-                logits = run_rows(arch, states, ctx, prep.scored, chunk)
-            else:
-                logits = _hook_rows(model, prep, chunk, prompt_idx, site)
+            # Factor 1.0 is the identity: those rows *are* the clean run, exactly.
+            active = [i for i, r in enumerate(chunk) if r.factor != 1.0]
+            logits = clean[prompt_idx].clone()
+            if active:
+                sub = [chunk[i] for i in active]
+                if path == "fast":
+                    out = run_rows(arch, states, ctx, prep.scored, sub)
+                else:
+                    out = _hook_rows(model, prep, sub, prompt_idx[active], site)
+                logits[active] = out.to(logits.dtype)
             m = _metrics(logits, clean[prompt_idx], prep.targets[prompt_idx], n_scored[prompt_idx])
             for key, value in m.items():
                 results.setdefault(key, []).extend(value.tolist())

@@ -2,6 +2,7 @@
 
     interp scale --model M --prompt P --target T --scale 2=0.6 [--scale L=F ...] [--json]
     interp sweep --model M --prompt P --target T --factor 0.6 [--layers all|0-5,9] [--out F]
+    interp sweep --prompts-file prompts.tsv --factors 0:2:0.1 --out rows.parquet
     interp models
 
 Bad input prints one line, ``interp: error: <problem>; <fix>``, and exits with code 2.
@@ -78,12 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--scale", action="append", default=[], metavar="L=F",
                        help="scale layer L's resid_post by F; repeat for several layers")
 
-    sweep = sub.add_parser("sweep", help="scale each layer in turn by one factor")
+    sweep = sub.add_parser("sweep", help="scale each layer (x each factor, x each prompt) in turn")
     _add_common(sweep)
-    sweep.add_argument("--factor", default="0.6", help="the factor (default 0.6)")
+    sweep.add_argument("--factor", default=None, help="one factor (default 0.6)")
+    sweep.add_argument("--factors", default=None,
+                       help="several factors: 0.5,1,1.5 or start:stop:step, e.g. 0:2:0.1")
     sweep.add_argument("--layers", default="all", help="all | e.g. 0-5,9 (inclusive ranges; default all)")
-    sweep.add_argument("--out", default=None, help="write rows to .csv or .json")
-    sweep.add_argument("--batch-size", type=int, default=8, help="interventions per forward pass")
+    sweep.add_argument("--prompts-file", default=None,
+                       help="one 'prompt<TAB>target' per line, or JSON lines {\"prompt\": ..., \"target\": ...}")
+    sweep.add_argument("--out", default=None, help="write all rows to .csv, .json or .parquet")
+    sweep.add_argument("--max-batch", type=int, default=None,
+                       help="interventions per batched pass (default: from a 2 GiB budget)")
+    sweep.add_argument("--engine", default="auto", choices=["auto", "fast", "hooks"],
+                       help="auto (fast engine when possible), fast, or hooks")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr")
 
     sub.add_parser("models", help="list the model names this tool knows")
     return parser
@@ -119,48 +128,133 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_rows(rows: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
-    import pandas as pd
+def read_prompts_file(path: str) -> tuple[list[str], list[str]]:
+    """``prompt<TAB>target`` lines or JSON lines; blank lines and ``#`` comments are skipped."""
+    file = Path(path)
+    if not file.is_file():
+        raise InterpError(f"--prompts-file {path!r} does not exist; pass a text or JSON-lines file")
+    prompts, targets = [], []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                item = json.loads(line)
+                prompt, target = item["prompt"], item["target"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InterpError(
+                    f"{path}:{number} is not a JSON object with 'prompt' and 'target'; "
+                    'write {"prompt": "...", "target": " word"}'
+                ) from None
+        else:
+            if "\t" not in line:
+                raise InterpError(
+                    f"{path}:{number} has no tab between prompt and target; "
+                    "write 'prompt<TAB>target' (the target keeps its leading space)"
+                )
+            prompt, target = line.split("\t", 1)
+        prompts.append(prompt)
+        targets.append(target)
+    if not prompts:
+        raise InterpError(f"--prompts-file {path!r} holds no prompts; add 'prompt<TAB>target' lines")
+    return prompts, targets
 
-    frame = pd.DataFrame(rows)
-    for key in ("model", "prompt", "target", "prepend_bos"):
-        frame.insert(0, key, meta[key]) if key not in frame else None
+
+_OUT_FORMATS = (".csv", ".json", ".parquet")
+
+
+def write_frame(frame: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Write sweep rows by extension: .csv, .json (with ``meta``) or .parquet."""
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         frame.to_csv(path, index=False)
     elif suffix == ".json":
-        path.write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        path.write_text(json.dumps({**meta, "rows": frame.to_dict("records")}, indent=2))
+    elif suffix == ".parquet":
+        try:
+            frame.to_parquet(path, index=False)
+        except ImportError:
+            raise InterpError(
+                "writing .parquet needs pyarrow; `pip install pyarrow`, or use .csv/.json"
+            ) from None
     else:
-        raise InterpError(f"--out {str(path)!r} has an unknown extension; use .csv or .json")
+        raise InterpError(f"--out {str(path)!r} has an unknown extension; use .csv, .json or .parquet")
+
+
+def _sweep_table(frame: Any) -> str:
+    from ._format import table
+
+    multi_prompt = frame["prompt_index"].nunique() > 1
+    if len(frame) > 240:
+        grouped = frame.groupby(["layer", "factor"], sort=True).agg(
+            delta_loss=("delta_loss", "mean"), lower=("delta_loss", lambda d: float((d < 0).mean())),
+            pearson_r=("pearson_r", "mean"), kl=("kl", "mean"), n=("delta_loss", "size"),
+        ).reset_index()
+        rows = [[int(r.layer), r.factor, r.delta_loss, r.lower, r.pearson_r, r.kl, int(r.n)]
+                for r in grouped.itertuples()]
+        return "mean over prompts (all rows in --out / --json)\n" + table(
+            ["layer", "factor", "mean Δloss", "frac lower", "mean r", "mean KL", "n"], rows,
+            [None, "g", "+.4f", ".2f", ".4f", ".4f", None])
+    headers = (["prompt"] if multi_prompt else []) + [
+        "layer", "factor", "loss", "Δloss", "rank", "r", "KL", "top-1"]
+    rows = [
+        ([int(r.prompt_index)] if multi_prompt else []) + [
+            int(r.layer), r.factor, r.target_loss, r.delta_loss, int(r.target_rank),
+            r.pearson_r, r.kl, repr(r.top1_token)[1:-1]]
+        for r in frame.itertuples()
+    ]
+    fmts = ([None] if multi_prompt else []) + [None, "g", ".4f", "+.4f", None, ".4f", ".4f", None]
+    first = frame.iloc[0]
+    head = (f"clean loss {first.clean_loss:.4f}, clean rank {int(first.clean_rank)}\n"
+            if not multi_prompt else "")
+    return head + table(headers, rows, fmts)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ._experiment import sweep_layers
-    from ._format import format_sweep
+    from ._sweep import parse_factors, sweep
 
-    try:
-        factor = float(args.factor)
-    except ValueError:
-        raise BadFactorError(f"--factor {args.factor!r} is not a number; use e.g. --factor 0.6") from None
-    if not math.isfinite(factor):
-        raise BadFactorError(f"--factor {args.factor} is not finite; use e.g. --factor 0.6")
-    if args.batch_size < 1:
-        raise InterpError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.out and Path(args.out).suffix.lower() not in {".csv", ".json"}:
-        raise InterpError(f"--out {args.out!r} has an unknown extension; use .csv or .json")
-    model = _load(args)
-    sweep = sweep_layers(
-        model, args.prompt, args.target, factor, args.layers,
-        prepend_bos=True if args.prepend_bos else None, batch_size=args.batch_size, k=args.top_k,
-    )
-    payload = sweep.to_dict()
-    if args.out:
-        _write_rows(sweep.rows, Path(args.out), payload)
-    if args.json:
-        print(json.dumps(payload, indent=2))
+    if args.factors is not None and args.factor is not None:
+        raise InterpError("give --factor or --factors, not both; e.g. --factors 0.5,1,1.5")
+    spec = args.factors if args.factors is not None else (args.factor or "0.6")
+    if args.factors is None:
+        try:
+            value = float(spec)
+        except ValueError:
+            raise BadFactorError(f"--factor {spec!r} is not a number; use e.g. --factor 0.6") from None
+        if not math.isfinite(value):
+            raise BadFactorError(f"--factor {spec} is not finite; use e.g. --factor 0.6")
+    factors = parse_factors(spec)
+    if args.max_batch is not None and args.max_batch < 1:
+        raise InterpError(f"--max-batch {args.max_batch} must be at least 1; use e.g. --max-batch 64")
+    if args.out and Path(args.out).suffix.lower() not in _OUT_FORMATS:
+        raise InterpError(f"--out {args.out!r} has an unknown extension; use .csv, .json or .parquet")
+    if args.prompts_file:
+        prompts, targets = read_prompts_file(args.prompts_file)
     else:
-        print(format_sweep(sweep))
+        prompts, targets = [args.prompt], [args.target]
+    model = _load(args)
+    frame = sweep(
+        model, prompts, targets, args.layers, factors,
+        prepend_bos=True if args.prepend_bos else None, max_batch=args.max_batch,
+        engine=args.engine, progress=False if args.quiet else None, verbose=not args.quiet,
+    )
+    from ._models import model_info
+
+    meta = {
+        "model": model_info(model).name,
+        "engine": frame.attrs["engine"],
+        "prepend_bos": frame.attrs["prepend_bos"],
+        "factors": factors,
+        "n_rows": len(frame),
+    }
+    if args.out:
+        write_frame(frame, Path(args.out), meta)
+    if args.json:
+        print(json.dumps({**meta, "rows": frame.to_dict("records")}, indent=2))
+    else:
+        print(f"model {meta['model']} | engine {meta['engine']} | {len(frame)} interventions")
+        print(_sweep_table(frame))
         if args.out:
             print(f"wrote {args.out}")
     return 0

@@ -97,7 +97,7 @@ def test_sweep_writes_csv_and_json(tiny_llama, cli_on, capsys, tmp_path):
                         "--layers", "all", "--out", str(out_json), "--json", capsys=capsys)
     assert rc == 0
     assert len(json.loads(out_json.read_text())["rows"]) == 4
-    assert json.loads(out)["factor"] == 0.6
+    assert json.loads(out)["factors"] == [0.6]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +121,12 @@ def test_sweep_writes_csv_and_json(tiny_llama, cli_on, capsys, tmp_path):
         (["sweep", "--layers", "2-9"], "out of range"),
         (["sweep", "--layers", "3-1"], "empty"),
         (["sweep", "--out", "rows.xlsx"], "extension"),
+        (["sweep", "--factors", "2:0:0.1"], "empty"),
+        (["sweep", "--factors", "0:1"], "malformed"),
+        (["sweep", "--factors", "0.5,nan"], "finite"),
+        (["sweep", "--factor", "0.5", "--factors", "1,2"], "not both"),
+        (["sweep", "--max-batch", "0"], "at least 1"),
+        (["sweep", "--prompts-file", "/nonexistent/prompts.tsv"], "does not exist"),
         (["scale", "--scale", "1=0.5", "--bogus"], "unrecognized"),
         ([], "required"),
     ],
@@ -170,3 +176,32 @@ def test_executable_layer_out_of_range_on_the_embedded_model(embedded):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "layer 30 is out of range for a 30-layer model" in proc.stderr
+
+
+def test_sweep_factors_and_prompts_file(tiny_gpt2, cli_on, capsys, tmp_path):
+    prompts = tmp_path / "prompts.tsv"
+    prompts.write_text(
+        "# comment lines and blank lines are skipped\n\n"
+        "The cat sat on the\t mat\n"
+        '{"prompt": "Once upon a", "target": " time"}\n'
+    )
+    out = tmp_path / "rows.csv"
+    rc, stdout, err = cli_on(tiny_gpt2.bridge, "sweep", "--prompts-file", str(prompts), "--factors",
+                             "0:1:0.5", "--layers", "0,2", "--out", str(out), "--quiet", capsys=capsys)
+    assert rc == 0, err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 * 2 * 3
+    assert sorted({r["target"] for r in rows}) == [" mat", " time"]
+    assert sorted({float(r["factor"]) for r in rows}) == [0.0, 0.5, 1.0]
+    # factor 1.0 is the clean run exactly
+    for r in rows:
+        if float(r["factor"]) == 1.0:
+            assert float(r["delta_loss"]) == 0.0 and float(r["kl"]) == 0.0
+    assert "engine fast" in stdout
+
+
+def test_sweep_prompts_file_errors_name_the_line(tiny_gpt2, cli_on, capsys, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("The cat sat on the mat\n")
+    rc, _, err = cli_on(tiny_gpt2.bridge, "sweep", "--prompts-file", str(bad), capsys=capsys)
+    assert rc == 2 and f"{bad}:1" in err and "tab" in err

@@ -336,7 +336,7 @@ def test_weights_unchanged_by_experiments(tiny):
         ({1: ["a", "b"]}, interp.BadFactorError, "use a number or one number per row"),
         ({1: [[0.5, 0.6]]}, interp.BadFactorError, "use a 1-D vector"),
         ({1: []}, interp.BadFactorError, "use a 1-D vector"),
-        ({1: [0.5, float("nan")]}, interp.BadFactorError, "must be finite"),
+        ({1: [0.5, float("nan")]}, interp.BadFactorError, "use finite numbers"),
         ({1: 0.6, -3: 0.6}, interp.LayerOutOfRangeError, "name each layer once"),
     ],
     ids=[
