@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -145,7 +146,7 @@ def naive_loop(model, prompts, targets, rows):
     import torch
 
     import interp
-    from interp._sweep import _metrics
+    from interp._sweep import _clean_stats, _metrics
 
     def scale(resid, hook, factor):
         return resid * factor
@@ -155,13 +156,15 @@ def naive_loop(model, prompts, targets, rows):
     examples = [interp.encode(model, p, t) for p, t in zip(prompts, targets)]
     with torch.inference_mode():
         cleans = [model(e.tokens(device))[0, e.target_positions] for e in examples]
+        stats = [_clean_stats(c[None, 0]) for c in cleans]
         for p, layer, factor in rows:
             e = examples[p]
             logits = model.run_with_hooks(
                 e.tokens(device),
                 fwd_hooks=[(f"blocks.{layer}.hook_resid_post", partial(scale, factor=factor))],
             )[0, e.target_positions]
-            m = _metrics(logits[None], cleans[p][None], torch.tensor([e.target_ids], device=device),
+            m = _metrics(logits[None], stats[p], torch.tensor([0], device=device),
+                         torch.tensor([e.target_ids], device=device),
                          torch.tensor([len(e.target_ids)], device=device))
             out[(p, layer, factor)] = {k: float(m[k][0]) for k in METRICS}
     return out
@@ -191,7 +194,9 @@ def child(args):
     lengths = [len(e.input_ids) for e in examples]
     result = {"n_rows": len(grid), "times": [], "metrics": {}}
     if args.method == "naive":
-        rows = grid if args.naive_sample == 0 else grid[:: max(1, len(grid) // args.naive_sample)]
+        # A seeded random sample: a fixed stride could hit the same factor every time.
+        rows = grid if args.naive_sample == 0 else sorted(
+            random.Random(0).sample(grid, min(args.naive_sample, len(grid))))
         result["n_timed"] = len(rows)
         naive_loop(model, prompts, targets, rows[:2])  # warm-up
         for _ in range(args.repeats):

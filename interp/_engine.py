@@ -192,12 +192,13 @@ class _GPT2(_Arch):
             scale /= float(layer + 1)
         a = _attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, query_pos)
         a = a.transpose(1, 2).reshape(-1, d)
-        x = _take(x, query_pos) + torch.addmm(
-            w["attn.c_proj.bias"], a, w["attn.c_proj.weight"]
-        ).view(r, n_q, d)
+        # In-place residual adds: the sums are the same, without another [rows, pos, d] buffer.
+        x = torch.addmm(w["attn.c_proj.bias"], a, w["attn.c_proj.weight"]).view(r, n_q, d).add_(
+            _take(x, query_pos)
+        )
         h = self._ln(x, w["ln_2.weight"], w["ln_2.bias"]).reshape(-1, d)
         h = self.act(torch.addmm(w["mlp.c_fc.bias"], h, w["mlp.c_fc.weight"]))
-        return x + torch.addmm(w["mlp.c_proj.bias"], h, w["mlp.c_proj.weight"]).view(r, n_q, d)
+        return torch.addmm(w["mlp.c_proj.bias"], h, w["mlp.c_proj.weight"]).view(r, n_q, d).add_(x)
 
     def unembed(self, x):
         return F.linear(self._ln(x, *self.ln_f), self.lm_head)

@@ -103,58 +103,82 @@ def _bridge_clean(model: Any, prep: _Prepared) -> Float[Tensor, "n q vocab"]:
     return torch.stack(out)
 
 
+@dataclass
+class _CleanStats:
+    """Per-prompt quantities of the clean final-position logits, computed once (float64)."""
+
+    lse: Tensor  # [n]
+    p: Tensor  # softmax, [n, vocab]
+    p_dot_c: Tensor  # Σ p·c, [n]
+    centered: Tensor  # c - mean(c), [n, vocab]
+    mean: Tensor  # [n]
+    norm: Tensor  # ||c - mean(c)||, [n]
+
+
+def _clean_stats(clean_final: Float[Tensor, "n vocab"]) -> _CleanStats:
+    c = clean_final.double()
+    lse = torch.logsumexp(c, dim=-1)
+    p = torch.exp(c - lse[:, None])
+    mean = c.mean(1)
+    centered = c - mean[:, None]
+    return _CleanStats(lse, p, (p * c).sum(1), centered, mean, centered.norm(dim=1))
+
+
+def _per_prompt_dot(x: Tensor, vectors: Tensor, prompt_idx: Tensor) -> Tensor:
+    """``out[i] = x[i] · vectors[prompt_idx[i]]`` with one matvec per distinct prompt."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for p in torch.unique(prompt_idx).tolist():
+        rows = (prompt_idx == p).nonzero()[:, 0]
+        out[rows] = x[rows] @ vectors[p]
+    return out
+
+
 def _metrics(
     logits: Float[Tensor, "r q vocab"],
-    clean: Float[Tensor, "r q vocab"],
+    stats: _CleanStats,
+    prompt_idx: Int[Tensor, "r"],
     targets: Int[Tensor, "r q"],
     n_scored: Int[Tensor, "r"],
     chunk: int = 64,
 ) -> dict[str, Tensor]:
     """Vectorised metrics per row in float64 (definitions in :mod:`interp._metrics`).
 
-    Written with log-sum-exp identities so each row's vocabulary vector is read a handful of
-    times, in chunks of rows, instead of materialising several float64 [rows, vocab] arrays:
+    Written with log-sum-exp identities so each row's vocabulary vector is read a few times,
+    in chunks of rows, and the clean side is computed once per prompt:
     ``log p_t = x_t - lse(x)``, ``H = lse(x) - Σ softmax(x)·x``,
-    ``KL(c||x) = Σ p_c·(c - x) - lse(c) + lse(x)``.
+    ``KL(c||x) = Σ p_c·c - Σ p_c·x - lse(c) + lse(x)``, ``r = x·(c - c̄) / (|x - x̄| |c - c̄|)``.
     """
     parts: list[dict[str, Tensor]] = []
     for start in range(0, logits.shape[0], chunk):
         sl = slice(start, start + chunk)
-        parts.append(_metrics_chunk(logits[sl], clean[sl], targets[sl], n_scored[sl]))
+        parts.append(_metrics_chunk(logits[sl], stats, prompt_idx[sl], targets[sl], n_scored[sl]))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def _metrics_chunk(logits, clean, targets, n_scored) -> dict[str, Tensor]:
+def _metrics_chunk(logits, stats, prompt_idx, targets, n_scored) -> dict[str, Tensor]:
     valid = torch.arange(targets.shape[1], device=targets.device)[None] < n_scored[:, None]
     lse_all = torch.logsumexp(logits.double(), dim=-1)  # [r, q]
     tgt = torch.gather(logits, 2, targets[:, :, None])[..., 0].double()
     target_logprob = ((tgt - lse_all) * valid).sum(1)
     x = logits[:, 0].double()  # final position: [r, vocab]
-    c = clean[:, 0].double()
-    lse_x, lse_c = lse_all[:, 0], torch.logsumexp(c, dim=-1)
-    p_x = torch.exp(x - lse_x[:, None])
-    entropy = lse_x - torch.einsum("rv,rv->r", p_x, x)
-    del p_x
-    p_c = torch.exp(c - lse_c[:, None])
-    kl = torch.einsum("rv,rv->r", p_c, c - x) - lse_c + lse_x
-    del p_c
-    vocab = x.shape[1]
-    mean_x, mean_c = x.mean(1), c.mean(1)
-    xc = x - mean_x[:, None]
-    cc = c - mean_c[:, None]
-    norm_x, norm_c = xc.norm(dim=1), cc.norm(dim=1)
-    pearson = torch.einsum("rv,rv->r", xc, cc) / (norm_x * norm_c)
-    rank = (logits[:, 0] > torch.gather(logits[:, 0], 1, targets[:, :1])).sum(1) + 1
+    lse_x = lse_all[:, 0]
+    entropy = lse_x - (torch.softmax(x, dim=-1) * x).sum(1)
+    kl = stats.p_dot_c[prompt_idx] - _per_prompt_dot(x, stats.p, prompt_idx) - stats.lse[prompt_idx] + lse_x
+    mean_x = x.mean(1)
+    norm_x = (x - mean_x[:, None]).norm(dim=1)
+    pearson = _per_prompt_dot(x, stats.centered, prompt_idx) / (norm_x * stats.norm[prompt_idx])
+    final = logits[:, 0]
+    rank = (final > torch.gather(final, 1, targets[:, :1])).sum(1) + 1
     return {
         "target_logprob": target_logprob,
         "target_loss": -target_logprob,
         "target_rank": rank,
         "entropy": entropy,
-        "kl": kl.clamp_min(0.0),  # KL >= 0; float rounding can leave -1e-16
+        "kl": kl.clamp_min(0.0),  # KL >= 0; rounding can leave -1e-16
         "pearson_r": pearson,
-        "mean_logit_shift": mean_x - mean_c,
-        "logit_std_ratio": norm_x / norm_c,  # same (n - 1) in both stds cancels
-        "top1_id": logits[:, 0].argmax(1),
+        "mean_logit_shift": mean_x - stats.mean[prompt_idx],
+        "logit_std_ratio": norm_x / stats.norm[prompt_idx],  # the (n - 1) of both stds cancels
+        "top1_id": final.argmax(1),
     }
 
 
@@ -290,6 +314,12 @@ def sweep(
             if verbose:
                 print(f"[interp] sweep: using the hook path: {reason}", file=sys.stderr)
 
+    def _run(sub: Sequence[Row], idx: Tensor) -> Tensor:
+        if path == "fast":
+            return run_rows(arch, states, ctx, prep.scored, sub)
+        return _hook_rows(model, prep, sub, idx, site)
+
+    stats = _clean_stats(clean[:, 0])
     bar = _progress(len(rows), progress, f"sweep ({path})")
     results: dict[str, list] = {}
     n_scored = torch.tensor(prep.n_scored, device=device)
@@ -299,15 +329,14 @@ def sweep(
             prompt_idx = torch.tensor([r.prompt for r in chunk], device=device)
             # Factor 1.0 is the identity: those rows *are* the clean run, exactly.
             active = [i for i, r in enumerate(chunk) if r.factor != 1.0]
-            logits = clean[prompt_idx].clone()
-            if active:
-                sub = [chunk[i] for i in active]
-                if path == "fast":
-                    out = run_rows(arch, states, ctx, prep.scored, sub)
-                else:
-                    out = _hook_rows(model, prep, sub, prompt_idx[active], site)
-                logits[active] = out.to(logits.dtype)
-            m = _metrics(logits, clean[prompt_idx], prep.targets[prompt_idx], n_scored[prompt_idx])
+            if len(active) == len(chunk):
+                logits = _run(chunk, prompt_idx)
+            else:
+                logits = clean[prompt_idx]
+                if active:
+                    logits = logits.clone()
+                    logits[active] = _run([chunk[i] for i in active], prompt_idx[active]).to(logits.dtype)
+            m = _metrics(logits, stats, prompt_idx, prep.targets[prompt_idx], n_scored[prompt_idx])
             for key, value in m.items():
                 results.setdefault(key, []).extend(value.tolist())
             if bar is not None:
@@ -317,7 +346,7 @@ def sweep(
             bar.close()
 
     tok = tokenizer_of(model)
-    clean_m = _metrics(clean, clean, prep.targets, n_scored)
+    clean_m = _metrics(clean, stats, torch.arange(len(examples), device=device), prep.targets, n_scored)
     frame = pd.DataFrame(
         {
             "prompt_index": [r.prompt for r in rows],
