@@ -89,7 +89,7 @@ def build_prompts(kind, model):
     words = TEXT.split(" ")
     prompts, targets = [], []
     for i in range(32):
-        cut = 4 + (i * 7) % 36  # 4..39 words, spread
+        cut = 3 + (i * 7) % 16  # 3..18 words (about 4..22 tokens), spread
         prompts.append(" ".join(words[:cut]))
         targets.append(" " + words[cut])
     for t in targets:

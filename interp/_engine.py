@@ -124,13 +124,15 @@ def _take(x: Float[Tensor, "r pos d"], query_pos: Int[Tensor, "r q"] | None) -> 
     return torch.gather(x, 1, query_pos[:, :, None].expand(-1, -1, x.shape[-1]))
 
 
+# In place: the argument is always a fresh matmul output, and in-place GELU runs about twice
+# as fast on CPU as the out-of-place op (bit-identical results).
 _GELU = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
+    "gelu_new": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: torch.ops.aten.gelu_(x, approximate="tanh"),
+    "gelu": lambda x: torch.ops.aten.gelu_(x),
+    "relu": lambda x: F.relu(x, inplace=True),
+    "silu": lambda x: F.silu(x, inplace=True),
+    "swish": lambda x: F.silu(x, inplace=True),
 }
 
 
@@ -180,13 +182,20 @@ class _GPT2(_Arch):
         r, n_pos, d = x.shape
         h = self._ln(x, w["ln_1.weight"], w["ln_1.bias"])
         # Conv1D: y = x @ W + b with W [in, out]
-        wq, wk, wv = w["attn.c_attn.weight"].split(d, dim=1)
-        bq, bk, bv = w["attn.c_attn.bias"].split(d, dim=0)
-        k = torch.addmm(bk, h.reshape(-1, d), wk).view(r, n_pos, self.n_heads, self.head_dim)
-        v = torch.addmm(bv, h.reshape(-1, d), wv).view(r, n_pos, self.n_heads, self.head_dim)
-        hq = _take(h, query_pos)
-        n_q = hq.shape[1]
-        q = torch.addmm(bq, hq.reshape(-1, d), wq).view(r, n_q, self.n_heads, self.head_dim)
+        heads = (self.n_heads, self.head_dim)
+        if query_pos is None:
+            # One GEMM for q, k and v: fewer, larger matmuls run closer to peak.
+            qkv = torch.addmm(w["attn.c_attn.bias"], h.reshape(-1, d), w["attn.c_attn.weight"])
+            q, k, v = (t.view(r, n_pos, *heads) for t in qkv.view(r, n_pos, 3 * d).split(d, dim=2))
+            n_q = n_pos
+        else:
+            wq, wkv = w["attn.c_attn.weight"][:, :d], w["attn.c_attn.weight"][:, d:]
+            bq, bkv = w["attn.c_attn.bias"][:d], w["attn.c_attn.bias"][d:]
+            kv = torch.addmm(bkv, h.reshape(-1, d), wkv).view(r, n_pos, 2 * d)
+            k, v = (t.reshape(r, n_pos, *heads) for t in kv.split(d, dim=2))
+            hq = _take(h, query_pos)
+            n_q = hq.shape[1]
+            q = torch.addmm(bq, hq.reshape(-1, d), wq).view(r, n_q, *heads)
         scale = self.head_dim ** -0.5 if self.scale_weights else 1.0
         if self.by_layer:
             scale /= float(layer + 1)
@@ -298,7 +307,7 @@ class _Llama(_Arch):
         h = self._rms(x, w["post_attention_layernorm.weight"])
         gate = self.act(self._lin(h, w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias")))
         up = self._lin(h, w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"))
-        return x + self._lin(gate * up, w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"))
+        return self._lin(gate.mul_(up), w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias")).add_(x)
 
     def unembed(self, x):
         return F.linear(self._rms(x, self.norm), self.lm_head)

@@ -392,3 +392,19 @@ def _hook_rows(
     with scaling_hooks(model, live, site):
         logits = model(tokens)
     return _gather_scored(logits, prep.scored[prompt_idx])
+
+
+COMPARED_METRICS = ("target_loss", "entropy", "pearson_r", "kl", "mean_logit_shift", "logit_std_ratio")
+
+
+def max_abs_diff(frame, reference) -> dict[str, float]:
+    """Max |Δ| per metric between two sweeps of the same grid (e.g. bf16 vs fp32), plus the
+    fraction of rows whose top-1 token differs. NaNs on both sides are ignored."""
+    keys = ["prompt_index", "layer", "factor"]
+    merged = frame.merge(reference, on=keys, suffixes=("", "_ref"))
+    if len(merged) != len(frame):
+        raise InterpError("the two sweeps cover different grids; run both with the same arguments")
+    out = {key: float((merged[key] - merged[key + "_ref"]).abs().max()) for key in COMPARED_METRICS}
+    out["target_rank"] = float((merged["target_rank"] - merged["target_rank_ref"]).abs().max())
+    out["top1_changed_frac"] = float((merged["top1_id"] != merged["top1_id_ref"]).mean())
+    return out

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--engine", default="auto", choices=["auto", "fast", "hooks"],
                        help="auto (fast engine when possible), fast, or hooks")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr")
+    sweep.add_argument("--no-fp32-check", action="store_true",
+                       help="with --dtype bfloat16/float16, skip the fp32 rerun that measures their error")
 
     sub.add_parser("models", help="list the model names this tool knows")
     return parser
@@ -239,22 +241,44 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         prepend_bos=True if args.prepend_bos else None, max_batch=args.max_batch,
         engine=args.engine, progress=False if args.quiet else None, verbose=not args.quiet,
     )
-    from ._models import model_info
+    from ._models import model_info, resolve_dtype
 
     meta = {
         "model": model_info(model).name,
+        "dtype": model_info(model).dtype,
         "engine": frame.attrs["engine"],
         "prepend_bos": frame.attrs["prepend_bos"],
         "factors": factors,
         "n_rows": len(frame),
     }
+    import torch
+
+    if resolve_dtype(args.dtype) in (torch.bfloat16, torch.float16) and not args.no_fp32_check:
+        # Reduced precision reports its error against fp32 instead of hiding it.
+        from ._models import load_model
+        from ._sweep import max_abs_diff
+
+        del model
+        model32 = load_model(args.model, device=args.device, dtype="float32")
+        frame32 = sweep(
+            model32, prompts, targets, args.layers, factors,
+            prepend_bos=True if args.prepend_bos else None, max_batch=args.max_batch,
+            engine=args.engine, progress=False if args.quiet else None, verbose=not args.quiet,
+        )
+        meta["max_abs_diff_vs_float32"] = max_abs_diff(frame, frame32)
     if args.out:
         write_frame(frame, Path(args.out), meta)
     if args.json:
         print(json.dumps({**meta, "rows": frame.to_dict("records")}, indent=2))
     else:
-        print(f"model {meta['model']} | engine {meta['engine']} | {len(frame)} interventions")
+        print(f"model {meta['model']} | {meta['dtype']} | engine {meta['engine']} | "
+              f"{len(frame)} interventions")
         print(_sweep_table(frame))
+        if "max_abs_diff_vs_float32" in meta:
+            err = meta["max_abs_diff_vs_float32"]
+            print(f"{meta['dtype']} vs float32 (same sweep rerun in fp32): max |Δ| "
+                  + ", ".join(f"{k} {v:.2e}" for k, v in err.items() if k != "top1_changed_frac")
+                  + f"; top-1 token differs in {err['top1_changed_frac']:.1%} of rows")
         if args.out:
             print(f"wrote {args.out}")
     return 0

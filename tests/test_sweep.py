@@ -206,3 +206,25 @@ def test_embedded_fast_equals_hook_path(embedded):
         diff = (fast[key] - hooks[key]).abs().max()
         assert diff < TOL, (key, diff)
     assert (fast.target_rank == hooks.target_rank).all()
+
+
+def test_reduced_precision_error_is_measured_not_hidden(gpt2_tokenizer):
+    """A bf16 sweep runs, and max_abs_diff reports its error against the fp32 sweep."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=50257,
+                      max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(1)
+    hf = LlamaForCausalLM(cfg)
+    hf16 = LlamaForCausalLM(cfg)
+    hf16.load_state_dict(hf.state_dict())
+    m32 = interp.from_hf(hf, gpt2_tokenizer, device="cpu")
+    m16 = interp.from_hf(hf16, gpt2_tokenizer, device="cpu", dtype="bfloat16")
+    f32 = interp.sweep(m32, PROMPTS, TARGETS, "all", [0.5, 1.5], verbose=False)
+    f16 = interp.sweep(m16, PROMPTS, TARGETS, "all", [0.5, 1.5], verbose=False)
+    same = interp.max_abs_diff(f32, f32)
+    assert all(v == 0 for v in same.values())
+    err = interp.max_abs_diff(f16, f32)
+    assert 0 < err["target_loss"] < 1.0  # bf16 is visibly, but boundedly, off
+    assert set(err) >= {"target_loss", "kl", "pearson_r", "top1_changed_frac"}
