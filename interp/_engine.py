@@ -365,9 +365,21 @@ def run_rows(
     ctx: _Context,
     scored: Int[Tensor, "n q"],
     rows: Sequence[Row],
+    n_pos: int | None = None,
 ) -> Float[Tensor, "r q vocab"]:
-    """Scored-position logits for each row (rows must be sorted by layer)."""
+    """Scored-position logits for each row (rows must be sorted by layer).
+
+    ``n_pos``: compute only the first ``n_pos`` positions (the longest input among these
+    rows' prompts); right padding beyond it is never read under a causal mask.
+    """
     assert all(a.layer <= b.layer for a, b in zip(rows, rows[1:])), "rows must be sorted by layer"
+    if n_pos is not None and n_pos < states[0].shape[1]:
+        assert int(scored.max()) < n_pos or all(
+            int(scored[r.prompt].max()) < n_pos for r in rows
+        ), "scored positions beyond n_pos"
+        states = [s[:, :n_pos] for s in states]
+        if ctx.rotary is not None:
+            ctx = _Context(ctx.positions[:, :n_pos], tuple(t[:, :n_pos] for t in ctx.rotary))
     n_layers = arch.n_layers
     device = states[0].device
     prompt_of = torch.tensor([r.prompt for r in rows], device=device)

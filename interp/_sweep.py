@@ -277,7 +277,10 @@ def sweep(
         Row(p, layer, f)
         for p, layer, f in itertools.product(range(len(examples)), layer_list, factor_list)
     ]
-    rows.sort(key=lambda r: (r.layer, r.prompt))  # stable: factor order kept within
+    # Rows sorted by prompt length, so each chunk pads to nearly its own length; within a
+    # chunk, by layer (the engine lets rows join the batch in layer order).
+    lengths = [len(e.input_ids) for e in examples]
+    rows.sort(key=lambda r: (lengths[r.prompt], r.prompt, r.layer))
     cfg = model.cfg
     if max_batch is None:
         max_batch = _default_max_batch(
@@ -316,16 +319,18 @@ def sweep(
 
     def _run(sub: Sequence[Row], idx: Tensor) -> Tensor:
         if path == "fast":
-            return run_rows(arch, states, ctx, prep.scored, sub)
+            return run_rows(arch, states, ctx, prep.scored, sub,
+                            n_pos=max(lengths[r.prompt] for r in sub))
         return _hook_rows(model, prep, sub, idx, site)
 
     stats = _clean_stats(clean[:, 0])
+    done: list[Row] = []  # rows in the order their results were appended
     bar = _progress(len(rows), progress, f"sweep ({path})")
     results: dict[str, list] = {}
     n_scored = torch.tensor(prep.n_scored, device=device)
     try:
         for start in range(0, len(rows), max_batch):
-            chunk = rows[start : start + max_batch]
+            chunk = sorted(rows[start : start + max_batch], key=lambda r: (r.layer, r.prompt))
             prompt_idx = torch.tensor([r.prompt for r in chunk], device=device)
             # Factor 1.0 is the identity: those rows *are* the clean run, exactly.
             active = [i for i, r in enumerate(chunk) if r.factor != 1.0]
@@ -339,27 +344,29 @@ def sweep(
             m = _metrics(logits, stats, prompt_idx, prep.targets[prompt_idx], n_scored[prompt_idx])
             for key, value in m.items():
                 results.setdefault(key, []).extend(value.tolist())
+            done.extend(chunk)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
 
+    assert len(done) == len(rows)
     tok = tokenizer_of(model)
     clean_m = _metrics(clean, stats, torch.arange(len(examples), device=device), prep.targets, n_scored)
     frame = pd.DataFrame(
         {
-            "prompt_index": [r.prompt for r in rows],
-            "prompt": [examples[r.prompt].prompt for r in rows],
-            "target": [examples[r.prompt].target for r in rows],
-            "layer": [r.layer for r in rows],
-            "factor": [r.factor for r in rows],
+            "prompt_index": [r.prompt for r in done],
+            "prompt": [examples[r.prompt].prompt for r in done],
+            "target": [examples[r.prompt].target for r in done],
+            "layer": [r.layer for r in done],
+            "factor": [r.factor for r in done],
             **{k: results[k] for k in ("target_logprob", "target_loss")},
-            "clean_loss": [clean_m["target_loss"][r.prompt].item() for r in rows],
+            "clean_loss": [clean_m["target_loss"][r.prompt].item() for r in done],
             "target_rank": results["target_rank"],
-            "clean_rank": [int(clean_m["target_rank"][r.prompt]) for r in rows],
+            "clean_rank": [int(clean_m["target_rank"][r.prompt]) for r in done],
             "entropy": results["entropy"],
-            "clean_entropy": [clean_m["entropy"][r.prompt].item() for r in rows],
+            "clean_entropy": [clean_m["entropy"][r.prompt].item() for r in done],
             **{k: results[k] for k in ("pearson_r", "kl", "mean_logit_shift", "logit_std_ratio")},
             "top1_id": results["top1_id"],
         }
@@ -368,11 +375,11 @@ def sweep(
                  frame["target_loss"] - frame["clean_loss"])
     frame["top1_token"] = [tok.decode([int(i)]) for i in frame["top1_id"]]
     clean_top1 = [tok.decode([int(i)]) for i in clean_m["top1_id"].tolist()]
-    frame["clean_top1_token"] = [clean_top1[r.prompt] for r in rows]
+    frame["clean_top1_token"] = [clean_top1[r.prompt] for r in done]
     # Back to the caller's order: prompt, then layer, then factor as given.
     order = {(p, l, f): i for i, (p, l, f) in enumerate(
         itertools.product(range(len(examples)), layer_list, factor_list))}
-    frame["_order"] = [order[(r.prompt, r.layer, r.factor)] for r in rows]
+    frame["_order"] = [order[(r.prompt, r.layer, r.factor)] for r in done]
     frame = frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     frame.attrs["engine"] = path
     frame.attrs["fallback_reason"] = reason
