@@ -18,6 +18,8 @@ import torch
 
 from ._experiment import LayerSweep, ScalingComparison
 
+NOISE = 1e-4  # nats: below this a loss or entropy change is float noise, not an effect
+
 
 def _spearman(x: list[float], y: list[float]) -> float:
     def ranks(v: list[float]) -> torch.Tensor:
@@ -60,7 +62,8 @@ def assess_claims(comparison: ScalingComparison, sweep: LayerSweep) -> list[dict
         }
     )
     rows = sweep.rows
-    lower = sum(1 for row in rows if row["delta_loss"] < 0)
+    # A change smaller than float noise (e.g. scaling the last block) is no change.
+    lower = sum(1 for row in rows if row["delta_loss"] < -NOISE)
     out.append(
         {
             "claim": f"scaling most layers by {sweep.factor:g} lowers the target loss",
@@ -86,7 +89,7 @@ def assess_claims(comparison: ScalingComparison, sweep: LayerSweep) -> list[dict
             "verdict": verdict,
         }
     )
-    sharper = sum(1 for row in rows if row["entropy"] < sweep.clean.entropy)
+    sharper = sum(1 for row in rows if row["entropy"] < sweep.clean.entropy - NOISE)
     mean_std = sum(row["logit_std_ratio"] for row in rows) / max(len(rows), 1)
     out.append(
         {

@@ -102,7 +102,8 @@ def format_sweep(sweep: LayerSweep) -> str:
     """The layer sweep as a table: layer, loss, delta loss, rank, r, KL, top-1."""
     head = (
         f"layer sweep: each layer's {sweep.site} x {sweep.factor:g}, one at a time | "
-        f"clean loss {sweep.clean.target_loss:.4f}, clean rank {sweep.clean.target_rank}"
+        f"clean loss {sweep.clean.target_loss:.4f}, clean rank {sweep.clean.target_rank} | "
+        f"engine {sweep.engine}"
     )
     rows = [
         [
