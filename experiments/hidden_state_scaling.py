@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        scales = dict(parse_scale(s) for s in (args.scale or ["2=0.6"]))
+        pairs = [parse_scale(s) for s in (args.scale or ["2=0.6"])]
+        scales = dict(pairs)
+        if len(scales) != len(pairs):
+            raise interp.BadFactorError("a layer is given twice in --scale; give each layer once")
         start = time.perf_counter()
         model = interp.load_model(args.model, device=args.device, dtype=args.dtype)
         loaded = time.perf_counter()

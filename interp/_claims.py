@@ -105,7 +105,8 @@ def assess_claims(comparison: ScalingComparison, sweep: LayerSweep) -> list[dict
             ),
         }
     )
-    last = [row for row in rows if row["layer"] == sweep.n_layers - 1]
+    # Only a positive factor is undone by the final norm (0 erases, < 0 flips the stream).
+    last = [row for row in rows if row["layer"] == sweep.n_layers - 1 and sweep.factor > 0]
     if last:
         d = last[0]["delta_loss"]
         out.append(

@@ -384,7 +384,12 @@ def run_rows(
     device = states[0].device
     prompt_of = torch.tensor([r.prompt for r in rows], device=device)
     layer_of = [r.layer for r in rows]
-    factor_of = torch.tensor([r.factor for r in rows], dtype=states[0].dtype, device=device)
+    # Factors stay in fp32 (0.6 in bf16 would be 0.6015625); the product is cast back.
+    factor_of = torch.tensor([r.factor for r in rows], dtype=torch.float32, device=device)
+
+    def scaled(state: Tensor, f: Tensor) -> Tensor:
+        return (state.float() * f[:, None, None]).to(state.dtype)
+
     x = states[0].new_empty((0,) + tuple(states[0].shape[1:]))
     joined = 0
     first = layer_of[0] + 1
@@ -396,7 +401,7 @@ def run_rows(
             end += 1
         if end > joined:
             idx = slice(joined, end)
-            new = states[layer - 1][prompt_of[idx]] * factor_of[idx, None, None]
+            new = scaled(states[layer - 1][prompt_of[idx]], factor_of[idx])
             x = torch.cat([x, new]) if x.shape[0] else new
             joined = end
         if x.shape[0] == 0:
@@ -412,7 +417,7 @@ def run_rows(
     if joined < len(rows):
         # The remaining rows scale the last block's output; nothing runs after it.
         idx = slice(joined, len(rows))
-        new = states[n_layers - 1][prompt_of[idx]] * factor_of[idx, None, None]
+        new = scaled(states[n_layers - 1][prompt_of[idx]], factor_of[idx])
         new = _take(new, scored[prompt_of[idx]])
         x = torch.cat([x, new]) if x.shape[0] else new
     assert x.shape[:2] == (len(rows), scored.shape[1]), (x.shape, len(rows), scored.shape)

@@ -95,7 +95,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/``None`` -> cuda if available, else cpu. Anything else is passed to torch."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelNotAvailableError(
+            f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) >= torch.cuda.device_count():
+        raise ModelNotAvailableError(
+            f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here; "
+            "use cuda:0 or auto"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelNotAvailableError(f"device {str(device)!r} is not supported; use auto, cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelNotAvailableError(
             f"device {str(device)!r} was requested but CUDA is not available here; "
@@ -330,7 +342,13 @@ def _resolve_and_load_hf(name: str, dtype: torch.dtype):
                 f"{name!r} is a path but holds no config.json; point --model at a folder "
                 "saved with save_pretrained (config.json, weights and tokenizer files)"
             )
-        model, tokenizer = _load_hf_pretrained(str(path), dtype, local_only=True)
+        try:
+            model, tokenizer = _load_hf_pretrained(str(path), dtype, local_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelNotAvailableError(
+                f"could not load the folder {name!r}: {str(err).splitlines()[0][:200]}; it needs "
+                "config.json, the weights and the tokenizer files (save_pretrained writes all three)"
+            ) from None
         hub_id = getattr(model.config, "_name_or_path", None) or None
         return model, tokenizer, dict(
             name=name, source="local", hub_id=hub_id, path=str(path.resolve())
@@ -394,10 +412,16 @@ def from_hf(
         tokenizer.pad_token = tokenizer.eos_token
     label = name or getattr(hf_model.config, "_name_or_path", None) or "in-memory"
     arch_name = (_info or {}).get("hub_id") or label
-    with _quiet_transformers():
-        bridge = TransformerBridge.boot_transformers(
-            arch_name, hf_model=hf_model, tokenizer=tokenizer, device=str(dev)
-        )
+    try:
+        with _quiet_transformers():
+            bridge = TransformerBridge.boot_transformers(
+                arch_name, hf_model=hf_model, tokenizer=tokenizer, device=str(dev)
+            )
+    except (ValueError, NotImplementedError, KeyError) as err:
+        raise ModelNotAvailableError(
+            f"TransformerLens cannot bridge {label!r} ({type(hf_model).__name__}): "
+            f"{str(err).splitlines()[0][:200]}; use a supported architecture such as GPT-2 or Llama"
+        ) from None
     bridge.eval()
     # The bridge replaced bridge.tokenizer by a BOS-adding copy; keep the original so the
     # default tokenization follows the tokenizer's own convention (see tokenizer_of).

@@ -171,10 +171,15 @@ def scale_resid_hook(
                 f"per-row factor for layer {layer} has {factor.shape[0]} entries but the batch "
                 f"has {resid.shape[0]} rows; give one factor per row"
             )
-        return resid * factor.to(device=resid.device, dtype=resid.dtype)[:, None, None]
+        vec = factor.to(device=resid.device, dtype=torch.float32)[:, None, None]
+        if resid.dtype == torch.float32:
+            return resid * vec
+        return (resid.float() * vec).to(resid.dtype)  # keep the factor's precision in bf16/fp16
     if factor == 1.0:
         return None  # exact clean run, and no copy
-    return resid * factor
+    if resid.dtype in (torch.float32, torch.float64):
+        return resid * factor
+    return (resid.float() * factor).to(resid.dtype)
 
 
 def validate_scales_hook(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import sys
 import warnings
 from dataclasses import dataclass
@@ -190,10 +191,15 @@ def _user_hooks(model: Any) -> list[str]:
     return names
 
 
-def _default_max_batch(n_pos: int, n_q: int, d_model: int, d_vocab: int, budget: int) -> int:
-    # Per row: activations (~12 d_model floats per position, MLP included) and the scored
-    # logits with their float64 metric temporaries.
+def _default_max_batch(
+    n_pos: int, n_q: int, d_model: int, d_vocab: int, budget: int, full_logits: bool
+) -> int:
+    # Per row: activations (~12 d_model floats per position, MLP included), the scored
+    # logits with their float64 metric temporaries, and on the hook path the bridge's
+    # logits at every position.
     per_row = 4 * n_pos * 12 * d_model + 8 * 4 * n_q * d_vocab
+    if full_logits:
+        per_row += 4 * n_pos * d_vocab
     return max(1, min(1024, budget // per_row))
 
 
@@ -258,7 +264,8 @@ def sweep(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
         raise InterpError("no prompts given; pass at least one prompt")
-    if isinstance(targets, (str, int)):
+    if isinstance(prompts, str) or isinstance(targets, (str, int, numbers.Integral)):
+        # One prompt: its target may itself be a list of ids (a multi-token target).
         target_list = [targets] * len(prompt_list)
     else:
         target_list = list(targets)
@@ -281,13 +288,8 @@ def sweep(
     # chunk, by layer (the engine lets rows join the batch in layer order).
     lengths = [len(e.input_ids) for e in examples]
     rows.sort(key=lambda r: (lengths[r.prompt], r.prompt, r.layer))
-    cfg = model.cfg
-    if max_batch is None:
-        max_batch = _default_max_batch(
-            prep.ids.shape[1], prep.scored.shape[1], int(cfg.d_model), int(cfg.d_vocab), memory_budget
-        )
-    if max_batch < 1:
-        raise InterpError(f"max_batch must be at least 1, got {max_batch}")
+    if max_batch is not None and max_batch < 1:
+        raise InterpError(f"max_batch must be at least 1, got {max_batch}; use e.g. 64")
 
     clean = _bridge_clean(model, prep)  # the baseline every path is compared with
     path, reason, arch, states, ctx = "hooks", None, None, None, None
@@ -302,13 +304,16 @@ def sweep(
             states, engine_clean, ctx = clean_states(arch, prep.ids, prep.scored)
             err = (engine_clean.float() - clean.float()).abs().max().item()
             scale = max(1.0, clean.float().abs().max().item())
-            tol = 1e-4 * scale if clean.dtype == torch.float32 else 5e-2 * scale
+            rel = {torch.float64: 1e-9, torch.float32: 1e-4}.get(clean.dtype, 2e-2)
+            tol = rel * scale
             if not err <= tol:
                 raise EngineUnsupported(
                     f"its clean logits differ from the bridge's by {err:.2e} (> {tol:.1e})"
                 )
             path = "fast"
-        except EngineUnsupported as why:
+        except Exception as why:  # noqa: BLE001 - any engine failure means: use the hooks
+            if not isinstance(why, EngineUnsupported):
+                why = EngineUnsupported(f"the engine failed ({type(why).__name__}: {why})")
             if engine == "fast":
                 raise InterpError(
                     f"the fast sweep engine cannot run here: {why}; use engine='auto' or 'hooks'"
@@ -316,6 +321,13 @@ def sweep(
             reason = str(why)
             if verbose:
                 print(f"[interp] sweep: using the hook path: {reason}", file=sys.stderr)
+
+    if max_batch is None:
+        cfg = model.cfg
+        max_batch = _default_max_batch(
+            prep.ids.shape[1], prep.scored.shape[1], int(cfg.d_model), int(cfg.d_vocab),
+            memory_budget, full_logits=path == "hooks",
+        )
 
     def _run(sub: Sequence[Row], idx: Tensor) -> Tensor:
         if path == "fast":
@@ -411,7 +423,15 @@ def max_abs_diff(frame, reference) -> dict[str, float]:
     merged = frame.merge(reference, on=keys, suffixes=("", "_ref"))
     if len(merged) != len(frame):
         raise InterpError("the two sweeps cover different grids; run both with the same arguments")
-    out = {key: float((merged[key] - merged[key + "_ref"]).abs().max()) for key in COMPARED_METRICS}
+    out = {}
+    for key in COMPARED_METRICS:
+        a, b = merged[key], merged[key + "_ref"]
+        if (a.isna() != b.isna()).any():
+            out[key] = float("inf")  # nan/inf on one side only: never hide it
+        else:
+            out[key] = float((a - b).abs().max()) if len(a) else 0.0
+            if out[key] != out[key]:
+                out[key] = 0.0  # both sides nan everywhere (e.g. constant logits)
     out["target_rank"] = float((merged["target_rank"] - merged["target_rank_ref"]).abs().max())
     out["top1_changed_frac"] = float((merged["top1_id"] != merged["top1_id_ref"]).mean())
     return out

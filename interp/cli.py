@@ -100,8 +100,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise InterpError(f"--top-k {args.top_k} must be at least 1; use e.g. --top-k 10")
+
+
+def _check_writable(out: str) -> None:
+    """Fail before a long sweep, not after it, when --out cannot be written."""
+    path = Path(out)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise InterpError(f"cannot write --out {out!r} ({err.strerror}); pass a writable path") from None
+
+
 def _load(args: argparse.Namespace):
     from ._models import load_model
+
+    _check_common(args)
 
     return load_model(args.model, device=args.device, dtype=args.dtype)
 
@@ -136,7 +155,11 @@ def read_prompts_file(path: str) -> tuple[list[str], list[str]]:
     if not file.is_file():
         raise InterpError(f"--prompts-file {path!r} does not exist; pass a text or JSON-lines file")
     prompts, targets = [], []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InterpError(f"--prompts-file {path!r} is not UTF-8 text; save it as UTF-8") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if line.lstrip().startswith("{"):
@@ -231,6 +254,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise InterpError(f"--max-batch {args.max_batch} must be at least 1; use e.g. --max-batch 64")
     if args.out and Path(args.out).suffix.lower() not in _OUT_FORMATS:
         raise InterpError(f"--out {args.out!r} has an unknown extension; use .csv, .json or .parquet")
+    if args.out:
+        _check_writable(args.out)
     if args.prompts_file:
         prompts, targets = read_prompts_file(args.prompts_file)
     else:
@@ -294,7 +319,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-_NEGATIVE_OK = ("--scale", "--layers", "--factor")
+_NEGATIVE_OK = ("--scale", "--layers", "--factor", "--factors")
 
 
 def _join_negative_values(argv: Sequence[str]) -> list[str]:
@@ -320,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(_join_negative_values(argv))
         handler = {"scale": _cmd_scale, "sweep": _cmd_sweep, "models": _cmd_models}[args.command]
+        if args.command != "models":
+            _check_common(args)
         return handler(args)
     except (_UsageError, InterpError) as err:
         print(f"interp: error: {err}", file=sys.stderr)

@@ -29,7 +29,8 @@ import torch
 
 import interp
 
-DEFAULT_GPT2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "gpt2-tokenizer"
+SHARED_GPT2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "gpt2-tokenizer"
+VENDORED_GPT2_TOKENIZER = Path(__file__).resolve().parent / "data" / "gpt2-tokenizer"
 
 # The tiny models use a negligible norm epsilon. With random init the residual stream's
 # variance is ~1e-3, close to the default eps (1e-5 / 1e-6), which would make the final norm
@@ -53,15 +54,15 @@ def _warm_up(bridge: Any, tokenizer: Any) -> None:
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    path = Path(os.environ.get("INTERP_GPT2_TOKENIZER") or DEFAULT_GPT2_TOKENIZER)
-    if not ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()):
-        pytest.skip(
-            f"GPT-2 tokenizer files not found at {path}; set INTERP_GPT2_TOKENIZER to a folder "
-            "holding the GPT-2 tokenizer (vocab.json, merges.txt, tokenizer_config.json)"
-        )
+    """GPT-2's real BPE tokenizer: $INTERP_GPT2_TOKENIZER, else ../shared, else the copy in
+    tests/data (so a bare clone runs every test; nothing is skipped)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    candidates = [os.environ.get("INTERP_GPT2_TOKENIZER"), SHARED_GPT2_TOKENIZER, VENDORED_GPT2_TOKENIZER]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "vocab.json").is_file():
+            return AutoTokenizer.from_pretrained(str(candidate))
+    raise FileNotFoundError(f"no GPT-2 tokenizer found in {candidates}")
 
 
 def _wrap(hf_model: Any, tokenizer: Any, name: str) -> Models:

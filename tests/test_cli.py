@@ -127,6 +127,8 @@ def test_sweep_writes_csv_and_json(tiny_llama, cli_on, capsys, tmp_path):
         (["sweep", "--factor", "0.5", "--factors", "1,2"], "not both"),
         (["sweep", "--max-batch", "0"], "at least 1"),
         (["sweep", "--prompts-file", "/nonexistent/prompts.tsv"], "does not exist"),
+        (["scale", "--scale", "1=0.5", "--top-k", "0"], "at least 1"),
+        (["sweep", "--out", "/proc/no-such-dir/rows.csv"], "cannot write"),
         (["scale", "--scale", "1=0.5", "--bogus"], "unrecognized"),
         ([], "required"),
     ],
@@ -205,3 +207,12 @@ def test_sweep_prompts_file_errors_name_the_line(tiny_gpt2, cli_on, capsys, tmp_
     bad.write_text("The cat sat on the mat\n")
     rc, _, err = cli_on(tiny_gpt2.bridge, "sweep", "--prompts-file", str(bad), capsys=capsys)
     assert rc == 2 and f"{bad}:1" in err and "tab" in err
+
+
+def test_negative_factors_and_layers_reach_the_parser(tiny_gpt2, cli_on, capsys):
+    rc, out, err = cli_on(tiny_gpt2.bridge, "sweep", "--factors", "-1:1:1", "--layers", "-1",
+                          "--json", "--quiet", capsys=capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["factors"] == [-1.0, 0.0, 1.0]
+    assert {r["layer"] for r in data["rows"]} == {3}

@@ -228,3 +228,47 @@ def test_reduced_precision_error_is_measured_not_hidden(gpt2_tokenizer):
     err = interp.max_abs_diff(f16, f32)
     assert 0 < err["target_loss"] < 1.0  # bf16 is visibly, but boundedly, off
     assert set(err) >= {"target_loss", "kl", "pearson_r", "top1_changed_frac"}
+
+
+def test_engine_itself_reproduces_factor_one(tiny_llama, tiny_gpt2):
+    """sweep() shortcuts factor 1.0 to the clean run; the engine must agree without it."""
+    from interp._engine import Row, architecture, clean_states, run_rows
+
+    for m in (tiny_gpt2, tiny_llama):
+        model = m.bridge
+        prep = _sweep._prepare([interp.encode(model, p, t) for p, t in zip(PROMPTS, TARGETS)], "cpu")
+        arch = architecture(model)
+        states, clean, ctx = clean_states(arch, prep.ids, prep.scored)
+        rows = [Row(p, layer, 1.0) for layer in range(4) for p in range(3)]
+        rows.sort(key=lambda r: r.layer)
+        out = run_rows(arch, states, ctx, prep.scored, rows)
+        want = clean[torch.tensor([r.prompt for r in rows])]
+        assert torch.allclose(out, want, atol=1e-5), (out - want).abs().max()
+
+
+def test_max_abs_diff_never_hides_nan(tiny_gpt2):
+    frame = interp.sweep(tiny_gpt2.bridge, PROMPTS[0], TARGETS[0], [0, 1], [0.5])
+    broken = frame.copy()
+    broken.loc[0, "kl"] = float("nan")
+    assert interp.max_abs_diff(broken, frame)["kl"] == float("inf")
+
+
+def test_single_prompt_with_a_multi_token_id_target(tiny_gpt2):
+    model = tiny_gpt2.bridge
+    ids = interp.tokenizer_of(model)(" girl who", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 2
+    by_ids = interp.sweep(model, PROMPTS[1], ids, [0, 2], [0.6])
+    by_text = interp.sweep(model, PROMPTS[1], " girl who", [0, 2], [0.6])
+    assert list(by_ids.target_loss) == pytest.approx(list(by_text.target_loss), abs=1e-9)
+    sweep = interp.sweep_layers(model, PROMPTS[1], ids, 0.6)
+    assert sweep.target_token_ids == ids
+
+
+def test_unexpected_engine_failure_falls_back(tiny_gpt2, monkeypatch):
+    def explode(model):
+        raise AttributeError("config has no attribute rope_theta")
+
+    monkeypatch.setattr(_sweep, "architecture", explode)
+    frame = interp.sweep(tiny_gpt2.bridge, PROMPTS[0], TARGETS[0], [1], [0.6], verbose=False)
+    assert frame.attrs["engine"] == "hooks"
+    assert "AttributeError" in frame.attrs["fallback_reason"]
