@@ -63,6 +63,7 @@ from ._claims import assess_claims
 from ._report import HiddenStateScalingRun, run_hidden_state_scaling, run_manifest, write_outputs
 from ._plots import logit_scatter, sweep_figure, topk_figure, write_figures
 from ._sweep import max_abs_diff, parse_factors, sweep
+from ._temperature import fit_temperature
 from ._tokens import Example, encode, tokenizer_of
 
 CHALLENGE_PROMPT = "I have no special talents. I am only passionately"

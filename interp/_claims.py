@@ -90,19 +90,29 @@ def assess_claims(comparison: ScalingComparison, sweep: LayerSweep) -> list[dict
         }
     )
     sharper = sum(1 for row in rows if row["entropy"] < sweep.clean.entropy - NOISE)
-    mean_std = sum(row["logit_std_ratio"] for row in rows) / max(len(rows), 1)
+    fitted = [row for row in rows if "temp_t_star" in row and row.get("kl", 0) > NOISE]
+    if fitted:
+        colder = sum(1 for row in fitted if row["temp_t_star"] < 1)
+        t_values = sorted(row["temp_t_star"] for row in fitted)
+        median_t = t_values[len(t_values) // 2]
+        explained = sorted(row["temp_explained"] for row in fitted)[len(fitted) // 2]
+        measured = (
+            f"fitted T* < 1 for {colder} of {len(fitted)} layers (median T* {median_t:.2f}, "
+            f"explaining a median {explained:.0%} of the KL); entropy falls for {sharper}"
+        )
+        verdict = (
+            "holds" if colder > len(fitted) / 2 and explained > 0.5
+            else "does not hold here" + (" (it acts like a higher temperature)" if median_t > 1 else "")
+        )
+    else:
+        mean_std = sum(row["logit_std_ratio"] for row in rows) / max(len(rows), 1)
+        measured = f"entropy falls for {sharper} of {len(rows)} layers; mean logit std ratio {mean_std:.3f}"
+        verdict = "holds" if sharper > len(rows) / 2 and mean_std > 1 else "does not hold here"
     out.append(
         {
             "claim": "down-scaling acts like lowering the softmax temperature (sharper output)",
-            "measured": (
-                f"entropy falls for {sharper} of {len(rows)} layers; mean logit std ratio "
-                f"{mean_std:.3f} (lower T predicts > 1)"
-            ),
-            "verdict": (
-                "holds"
-                if sharper > len(rows) / 2 and mean_std > 1
-                else "does not hold here"
-            ),
+            "measured": measured,
+            "verdict": verdict,
         }
     )
     # Only a positive factor is undone by the final norm (0 erases, < 0 flips the stream).

@@ -270,7 +270,7 @@ def sweep_layers(
     )
     keep = ["layer", "factor", "target_logprob", "target_loss", "delta_loss", "target_rank",
             "entropy", "top1_token", "top1_id", "pearson_r", "mean_logit_shift", "kl",
-            "logit_std_ratio"]
+            "logit_std_ratio", "temp_t_star", "temp_explained"]
     rows = [
         {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         for row in frame[keep].to_dict("records")

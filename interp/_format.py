@@ -114,13 +114,14 @@ def format_sweep(sweep: LayerSweep) -> str:
             r["pearson_r"],
             r["kl"],
             r["mean_logit_shift"],
+            r.get("temp_t_star", float("nan")),
             _tok(r["top1_token"]),
         ]
         for r in sweep.rows
     ]
     body = table(
-        ["layer", "loss", "Δloss", "rank", "r", "KL", "shift", "top-1"],
+        ["layer", "loss", "Δloss", "rank", "r", "KL", "shift", "T*", "top-1"],
         rows,
-        [None, ".4f", "+.4f", None, ".4f", ".4f", "+.3f", None],
+        [None, ".4f", "+.4f", None, ".4f", ".4f", "+.3f", ".3f", None],
     )
     return head + "\n" + body

@@ -25,6 +25,7 @@ from torch import Tensor
 from ._engine import EngineUnsupported, Row, architecture, clean_states, run_rows
 from ._errors import BadFactorError, InterpError, TargetError
 from ._scaling import SITES, check_factor, model_device, scaling_hooks
+from ._temperature import fit_temperature
 from ._tokens import Example, encode, tokenizer_of
 
 ENGINES = ("auto", "fast", "hooks")
@@ -125,6 +126,11 @@ def _clean_stats(clean_final: Float[Tensor, "n vocab"]) -> _CleanStats:
     return _CleanStats(lse, p, (p * c).sum(1), centered, mean, centered.norm(dim=1))
 
 
+def stats_clean_rows(stats: _CleanStats, prompt_idx: Tensor) -> Tensor:
+    """The clean final logits for each row (float64), rebuilt from the per-prompt stats."""
+    return stats.centered[prompt_idx] + stats.mean[prompt_idx, None]
+
+
 def _per_prompt_dot(x: Tensor, vectors: Tensor, prompt_idx: Tensor) -> Tensor:
     """``out[i] = x[i] · vectors[prompt_idx[i]]`` with one matvec per distinct prompt."""
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
@@ -170,7 +176,12 @@ def _metrics_chunk(logits, stats, prompt_idx, targets, n_scored) -> dict[str, Te
     pearson = _per_prompt_dot(x, stats.centered, prompt_idx) / (norm_x * stats.norm[prompt_idx])
     final = logits[:, 0]
     rank = (final > torch.gather(final, 1, targets[:, :1])).sum(1) + 1
+    temp = fit_temperature(stats_clean_rows(stats, prompt_idx), x)
     return {
+        "temp_t_star": temp["t_star"],
+        "temp_kl_at_t_star": temp["kl_at_t_star"],
+        "temp_kl_at_1": temp["kl_at_1"],
+        "temp_explained": temp["explained"],
         "target_logprob": target_logprob,
         "target_loss": -target_logprob,
         "target_rank": rank,
@@ -249,8 +260,10 @@ def sweep(
     Returns:
         ``pandas.DataFrame`` with columns ``prompt_index, prompt, target, layer, factor,
         target_logprob, target_loss, clean_loss, delta_loss, target_rank, clean_rank, entropy,
-        clean_entropy, pearson_r, kl, mean_logit_shift, logit_std_ratio, top1_id, top1_token,
-        clean_top1_token``, and ``frame.attrs["engine"]`` (``"fast"`` or ``"hooks"``) and
+        clean_entropy, pearson_r, kl, mean_logit_shift, logit_std_ratio, temp_t_star,
+        temp_kl_at_t_star, temp_kl_at_1, temp_explained, top1_id, top1_token, clean_top1_token``
+        (``temp_*``: the softmax temperature that best turns the clean distribution into the
+        intervened one, see :func:`interp.fit_temperature`), and ``frame.attrs["engine"]`` (``"fast"`` or ``"hooks"``) and
         ``frame.attrs["fallback_reason"]``.
     """
     import pandas as pd
@@ -379,7 +392,9 @@ def sweep(
             "clean_rank": [int(clean_m["target_rank"][r.prompt]) for r in done],
             "entropy": results["entropy"],
             "clean_entropy": [clean_m["entropy"][r.prompt].item() for r in done],
-            **{k: results[k] for k in ("pearson_r", "kl", "mean_logit_shift", "logit_std_ratio")},
+            **{k: results[k] for k in ("pearson_r", "kl", "mean_logit_shift", "logit_std_ratio",
+                                       "temp_t_star", "temp_kl_at_t_star", "temp_kl_at_1",
+                                       "temp_explained")},
             "top1_id": results["top1_id"],
         }
     )
