@@ -26,7 +26,6 @@ make :func:`interp.sweep` fall back to the plain hook path, which gives identica
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 

@@ -28,7 +28,7 @@ from ._scaling import (
     scaling_hooks,
     validate_scales,
 )
-from ._tokens import Example, encode, tokenizer_of
+from ._tokens import encode, tokenizer_of
 
 
 @dataclass

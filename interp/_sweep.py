@@ -14,7 +14,6 @@ import itertools
 import math
 import numbers
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
